@@ -179,7 +179,7 @@ def test_clip_gradients_reach_every_parameter(loss_type):
     out.loss.backward()
     without = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert without == []
-    assert (model.siglip_bias is not None) == (loss_type == "siglip")
+    assert (model.similarity.siglip_bias is not None) == (loss_type == "siglip")
 
 
 @pytest.mark.parametrize("pooling", MIL_POOLING_MODES)
@@ -322,7 +322,7 @@ def test_model_loss_equals_independent_computation():
     rows, cols = logits, [list(c) for c in zip(*logits)]
     expected = 0.5 * (-sum(_log_softmax_row(rows[i], i) for i in range(3)) / 3 - sum(_log_softmax_row(cols[i], i) for i in range(3)) / 3)
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
-    assert model.log_temperature.item() == pytest.approx(math.log(0.07))
+    assert model.similarity.log_temperature.item() == pytest.approx(math.log(0.07))
 
 
 def test_infonce_model_recognises_identical_reports():
@@ -342,20 +342,20 @@ def test_siglip_bias_and_temperature_are_trained():
     from deepcoro_hf.optimization import build_parameter_groups
 
     model = DeepCoroClipModel(tiny_clip_config(loss_type="siglip", siglip_bias_init=-10.0)).train()
-    assert model.siglip_bias.item() == -10.0
+    assert model.similarity.siglip_bias.item() == -10.0
     groups = build_parameter_groups(model, learning_rate=1e-2, weight_decay=0.1)
     temperature_group = next(g for g in groups if g["name"] == "temperature.no_decay")
     assert temperature_group["weight_decay"] == 0.0
-    assert {id(p) for p in temperature_group["params"]} == {id(model.siglip_bias), id(model.log_temperature)}
+    assert {id(p) for p in temperature_group["params"]} == {id(model.similarity.siglip_bias), id(model.similarity.log_temperature)}
     optimizer = torch.optim.AdamW(groups)
     ids = torch.randint(1, 100, (4, 9))
-    before = (model.siglip_bias.item(), model.log_temperature.item())
+    before = (model.similarity.siglip_bias.item(), model.similarity.log_temperature.item())
     for _ in range(3):
         optimizer.zero_grad()
         model(torch.randn(4, 4, 3, 32, 32), ids, return_loss=True).loss.backward()
         optimizer.step()
-    assert model.siglip_bias.item() > before[0]  # all-negative start: the bias must rise
-    assert model.log_temperature.item() != before[1]
+    assert model.similarity.siglip_bias.item() > before[0]  # all-negative start: the bias must rise
+    assert model.similarity.log_temperature.item() != before[1]
 
 
 # ----------------------------------------------------------------------------------------------------------------------

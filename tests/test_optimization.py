@@ -84,7 +84,7 @@ def test_parameter_group_names_and_errors():
     assert parameter_group("base_model.model.video_model.encoder.layers.3.attention.qkv.lora_A.default.weight") == "video_backbone"
     assert parameter_group("module.mil.across_video_attention.in_proj_weight") == "across_video_attention"
     assert parameter_group("mil.cls_token") == "within_video_attention"
-    assert parameter_group("log_temperature") == "temperature"
+    assert parameter_group("base_model.model.similarity.modules_to_save.default.log_temperature") == "temperature"
     assert parameter_group("encoder.layers.0.norm1.weight") == "video_backbone"
     assert set(PARAMETER_GROUPS) >= {parameter_group(n).split(".")[0] for n, _ in DeepCoroClipModel(tiny_clip_config()).named_parameters()}
     with pytest.raises(ValueError, match="belongs to no parameter group"):

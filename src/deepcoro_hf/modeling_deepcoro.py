@@ -424,7 +424,7 @@ class DeepCoroPreTrainedModel(PreTrainedModel):
             for head in module.heads.values():
                 init.xavier_uniform_(head.weight)
                 init.zeros_(head.bias)
-        elif isinstance(module, DeepCoroClipModel):
+        elif isinstance(module, DeepCoroSimilarity):
             init.constant_(module.log_temperature, math.log(self.config.temperature))
             if module.siglip_bias is not None:
                 init.constant_(module.siglip_bias, float(self.config.siglip_bias_init))
@@ -763,6 +763,31 @@ class DeepCoroMultiInstancePooling(nn.Module):
         return torch.cat(pooled, dim=-1), cls_weights, gated_weights
 
 
+class DeepCoroSimilarity(nn.Module):
+    """Scaled cosine similarity of the shared space: logits = cos(video, text) / τ (+ b for SigLIP).
+
+    The learnable log-temperature (and SigLIP bias) live in this small module, not loose on the model, so adapters
+    (peft `modules_to_save=["similarity"]`) train and save them like any other head.
+    """
+
+    def __init__(self, config: DeepCoroClipConfig):
+        super().__init__()
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(config.temperature)))
+        self.siglip_bias = nn.Parameter(torch.tensor(float(config.siglip_bias_init))) if config.loss_type == "siglip" else None
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        """τ = exp(log τ), kept above 1e-4 so logits stay finite."""
+        return self.log_temperature.exp().clamp(min=1e-4)
+
+    def forward(self, video_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        """`[V, D]` × `[T, D]` L2-normalised embeddings → `[V, T]` logits."""
+        logits = video_embeds @ text_embeds.t() / self.temperature
+        if self.siglip_bias is not None:
+            logits = logits + self.siglip_bias
+        return logits
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Losses
 # ----------------------------------------------------------------------------------------------------------------------
@@ -858,14 +883,8 @@ class DeepCoroClipModel(DeepCoroPreTrainedModel):
         self.video_projection = DeepCoroProjection(config.video_config.hidden_size, config.projection_dim, config.projection_dropout)
         self.text_model = BertModel(config.text_config, add_pooling_layer=False)
         self.text_projection = DeepCoroProjection(config.text_config.hidden_size, config.projection_dim, config.projection_dropout)
-        self.log_temperature = nn.Parameter(torch.tensor(math.log(config.temperature)))
-        self.siglip_bias = nn.Parameter(torch.tensor(float(config.siglip_bias_init))) if config.loss_type == "siglip" else None
+        self.similarity = DeepCoroSimilarity(config)
         self.post_init()
-
-    @property
-    def temperature(self) -> torch.Tensor:
-        """τ = exp(log τ), kept above 1e-4 so logits stay finite."""
-        return self.log_temperature.exp().clamp(min=1e-4)
 
     def get_video_features(self, pixel_values_videos: torch.Tensor, video_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Video embeddings `[B, D]` for clips `[B, T, C, H, W]`, or study embeddings `[B, D]` for studies
@@ -910,11 +929,11 @@ class DeepCoroClipModel(DeepCoroPreTrainedModel):
                 f"the contrastive loss pairs video i with text i: got {video_embeds.shape[0]} videos/studies and "
                 f"{text_embeds.shape[0]} texts"
             )
-        logits_per_video = self._logits(video_embeds, text_embeds)
+        logits_per_video = self.similarity(video_embeds, text_embeds)
         loss = None
         if return_loss:
             all_videos, all_texts = gather_with_grad(video_embeds), gather_with_grad(text_embeds)
-            all_logits = self._logits(all_videos, all_texts) if all_videos is not video_embeds else logits_per_video
+            all_logits = self.similarity(all_videos, all_texts) if all_videos is not video_embeds else logits_per_video
             if self.config.loss_type == "clip":
                 loss = clip_loss(all_logits)
             elif self.config.loss_type == "siglip":
@@ -930,12 +949,6 @@ class DeepCoroClipModel(DeepCoroPreTrainedModel):
             text_embeds=text_embeds,
         )
         return output if return_dict else output.to_tuple()
-
-    def _logits(self, video_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
-        logits = video_embeds @ text_embeds.t() / self.temperature
-        if self.siglip_bias is not None:
-            logits = logits + self.siglip_bias
-        return logits
 
 
 class DeepCoroForSegmentClassification(DeepCoroPreTrainedModel):

@@ -29,8 +29,8 @@ PARAMETER_GROUPS: tuple[str, ...] = (
     "temperature",
 )
 
-# (pattern searched in the parameter name, group). Patterns are matched on the name with wrapper prefixes
-# (`module.`, peft's `base_model.model.`) left in place, so they must not be anchored at the start.
+# (pattern searched in the parameter name, group), matched after wrapper parts of the name are removed (DDP's
+# `module.`, peft's `base_model.model.`, `modules_to_save.<adapter>.` and `original_module.`).
 _GROUP_RULES: tuple[tuple[str, str], ...] = (
     (r"(^|\.)video_model\.", "video_backbone"),
     (r"(^|\.)video_projection\.", "video_projection"),
@@ -40,7 +40,7 @@ _GROUP_RULES: tuple[tuple[str, str], ...] = (
     (r"(^|\.)mil\.(across_video_|video_attention|video_norm)", "across_video_attention"),
     (r"(^|\.)mil\.attention_", "gated_attention"),
     (r"(^|\.)heads\.", "heads"),
-    (r"(^|\.)(log_temperature|siglip_bias)$", "temperature"),
+    (r"(^|\.)similarity\.(log_temperature|siglip_bias)$", "temperature"),
     # A bare DeepCoroVideoModel (no `video_model.` prefix).
     (r"^(embeddings|encoder|layernorm)\.", "video_backbone"),
 )
@@ -48,8 +48,12 @@ _GROUP_RULES: tuple[tuple[str, str], ...] = (
 _NO_DECAY = re.compile(r"(bias$|norm[^.]*\.weight$|LayerNorm\.weight$|cls_token$|rel_pos_[thw]$|log_temperature$|siglip_bias$)")
 
 
+_WRAPPER_PARTS = re.compile(r"(^module\.|^base_model\.model\.|modules_to_save\.[^.]+\.|original_module\.)")
+
+
 def parameter_group(name: str) -> str:
     """Group of one parameter name; heads are split per task (`heads.stenosis`, `heads.cto`, ...)."""
+    name = _WRAPPER_PARTS.sub("", name)
     for pattern, group in _GROUP_RULES:
         if re.search(pattern, name):
             if group == "heads":
