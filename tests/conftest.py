@@ -34,3 +34,13 @@ def tiny_clip_config(**overrides):
 @pytest.fixture
 def tiny_config():
     return tiny_clip_config()
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory):
+    """A small phantom DeepCORO-mini folder shared by the data, training and inference tests (written once)."""
+    from deepcoro_hf.phantoms import generate_phantoms
+
+    root = tmp_path_factory.mktemp("phantoms")
+    generate_phantoms(root, num_studies=8, seed=3, image_size=64, frames=(16, 24))
+    return root
