@@ -12,9 +12,13 @@ hub = datasets.load_dataset("deepcoro-mini-hub")                     # or a Hub 
 train = hub["train"].with_transform(StudyTransform(processor))       # decodes on access
 ```
 
-Two configurations: `studies` (one example per study, the unit of the segment classifier) and `videos` (one example
-per video with its territory report, the unit of video-level contrastive pretraining). The folder layout and every
-check on it are in `manifest.py`.
+Three configurations (levels):
+- `studies`: one example per study, the unit of the segment classifier;
+- `videos`: one example per video with its territory report, the unit of video-level contrastive pretraining;
+- `territories`: one example per study and coronary territory (LCA / RCA) with that territory's videos and report —
+  the paper's study-level pretraining pairs left-coronary videos with the left-territory segments of the report
+  (adjusted for dominance) and right-coronary videos with the right ones.
+The folder layout and every check on it are in `manifest.py`.
 """
 
 from __future__ import annotations
@@ -33,27 +37,27 @@ import torch
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from .manifest import CALCIFICATION_GRADE_COLUMNS, SPLITS, labels_matrix, read_manifest
-from .vocabulary import SEGMENT_KEYS, SEGMENT_TASKS
+from .vocabulary import SEGMENT_KEYS, SEGMENT_TASKS, TERRITORIES, build_report
 
 logger = logging.getLogger(__name__)
 
-LEVELS = ("studies", "videos")
+LEVELS = ("studies", "videos", "territories")
 _SPLIT_NAMES = {"train": datasets.Split.TRAIN, "validation": datasets.Split.VALIDATION, "test": datasets.Split.TEST}
 
 
 @dataclass
 class DeepCoroMiniConfig(datasets.BuilderConfig):
-    """`name` is the level (`studies` or `videos`); `on_missing_file` / `on_empty_study` as in `read_manifest`."""
+    """`name` is the level (`studies`, `videos` or `territories`); `on_missing_file` / `on_empty_study` as in
+    `read_manifest`; `segments` × `tasks` is the label grid (default: the 18 segments × 5 segment tasks; for
+    study-level tasks such as MACE or LVEF, no segments and the task columns)."""
 
     on_missing_file: str = "error"
     on_empty_study: str = "error"
+    segments: tuple[str, ...] = SEGMENT_KEYS
+    tasks: tuple[str, ...] = tuple(SEGMENT_TASKS)
 
 
-def _label_feature() -> datasets.Array2D:
-    return datasets.Array2D(shape=(len(SEGMENT_KEYS), len(SEGMENT_TASKS)), dtype="float32")
-
-
-def _features(level: str) -> datasets.Features:
+def _features(level: str, segments: tuple[str, ...], tasks: tuple[str, ...]) -> datasets.Features:
     text = datasets.Value("string")
     common = {
         "patient_id": text,
@@ -64,11 +68,12 @@ def _features(level: str) -> datasets.Features:
         "change_from_previous": text,
         "dominance": text,
         "report": text,
-        # [18 segments (vocabulary.SEGMENT_KEYS order), 5 tasks (vocabulary.SEGMENT_TASKS order)]; NaN = missing.
-        "labels": _label_feature(),
+        # [segments, tasks] in the config's order (by default the 18 vocabulary.SEGMENT_KEYS × the 5 SEGMENT_TASKS;
+        # one row for study-level tasks); NaN = missing.
+        "labels": datasets.Array2D(shape=(max(len(segments), 1), len(tasks)), dtype="float32"),
         "calcification_grades": datasets.List(text),
     }
-    if level == "studies":
+    if level in ("studies", "territories"):
         per_video = {
             "video_paths": datasets.List(text),
             "video_files": datasets.List(text),
@@ -80,6 +85,9 @@ def _features(level: str) -> datasets.Features:
             "acquisition_times": datasets.List(text),
             "video_reports": datasets.List(text),
         }
+        if level == "territories":
+            per_video["territory"] = text
+            per_video["territory_report"] = text
     else:
         per_video = {
             "video_path": text,
@@ -121,6 +129,9 @@ class DeepCoroMini(datasets.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [
         DeepCoroMiniConfig(name="studies", version=datasets.Version("1.0.0"), description="one example per study"),
         DeepCoroMiniConfig(name="videos", version=datasets.Version("1.0.0"), description="one example per video"),
+        DeepCoroMiniConfig(
+            name="territories", version=datasets.Version("1.0.0"), description="one example per study and territory"
+        ),
     ]
     DEFAULT_CONFIG_NAME = "studies"
 
@@ -135,7 +146,7 @@ class DeepCoroMini(datasets.GeneratorBasedBuilder):
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
             description="DeepCORO-mini coronary angiography studies with 18-segment labels (see deepcoro_hf.manifest).",
-            features=_features(self.config.name),
+            features=_features(self.config.name, tuple(self.config.segments), tuple(self.config.tasks)),
         )
 
     def _split_generators(self, dl_manager) -> list[datasets.SplitGenerator]:
@@ -163,7 +174,7 @@ class DeepCoroMini(datasets.GeneratorBasedBuilder):
                 "change_from_previous": _text(study.get("change_from_previous")),
                 "dominance": _text(study.get("dominance")),
                 "report": _text(study.get("report")),
-                "labels": np.asarray(labels_matrix(study), dtype=np.float32),
+                "labels": np.asarray(labels_matrix(study, self.config.segments, self.config.tasks), dtype=np.float32),
                 "calcification_grades": [_text(study.get(c)) for c in CALCIFICATION_GRADE_COLUMNS],
             }
             rows = videos_by_study[study_id]
@@ -172,20 +183,37 @@ class DeepCoroMini(datasets.GeneratorBasedBuilder):
             def column(name: str, convert=_text) -> list:
                 return [convert(v) for v in rows[name]] if name in rows.columns else [convert(None)] * len(rows)
 
+            per_video = {
+                "video_paths": paths,
+                "video_files": [str(p) for p in rows["video_path"]],
+                "series_uids": column("series_uid"),
+                "territories": column("territory"),
+                "views": column("view"),
+                "primary_angles": column("primary_angle", _number),
+                "secondary_angles": column("secondary_angle", _number),
+                "acquisition_times": column("acquisition_time"),
+                "video_reports": column("video_report"),
+            }
             if self.config.name == "studies":
-                yield datasets.builder.Key(0, index), {
-                    **common,
-                    "video_paths": paths,
-                    "video_files": [str(p) for p in rows["video_path"]],
-                    "series_uids": column("series_uid"),
-                    "territories": column("territory"),
-                    "views": column("view"),
-                    "primary_angles": column("primary_angle", _number),
-                    "secondary_angles": column("secondary_angle", _number),
-                    "acquisition_times": column("acquisition_time"),
-                    "video_reports": column("video_report"),
-                }
+                yield datasets.builder.Key(0, index), {**common, **per_video}
                 index += 1
+                continue
+            if self.config.name == "territories":
+                for territory in TERRITORIES:
+                    keep = [i for i, t in enumerate(per_video["territories"]) if t == territory]
+                    if not keep:
+                        continue
+                    reports = [per_video["video_reports"][i] for i in keep if per_video["video_reports"][i]]
+                    yield datasets.builder.Key(0, index), {
+                        **common,
+                        **{key: [values[i] for i in keep] for key, values in per_video.items()},
+                        "territory": territory,
+                        # The manifest's side-specific report when it has one, else one built from the labels.
+                        "territory_report": reports[0] if reports else build_report(
+                            study.to_dict(), common["dominance"] or "right", territory
+                        ),
+                    }
+                    index += 1
                 continue
             for i, path in enumerate(paths):
                 yield datasets.builder.Key(0, index), {
@@ -209,14 +237,18 @@ def load_deepcoro_mini(
     cache_dir: str | Path | None = None,
     on_missing_file: str = "error",
     on_empty_study: str = "error",
+    segments: tuple[str, ...] | list[str] = SEGMENT_KEYS,
+    tasks: tuple[str, ...] | list[str] = tuple(SEGMENT_TASKS),
 ) -> datasets.DatasetDict:
-    """Build (or reuse the cached build of) a DeepCORO-mini folder as a `DatasetDict` of its patient-level splits."""
+    """Build (or reuse the cached build of) a DeepCORO-mini folder as a `DatasetDict` of its patient-level splits,
+    with labels on the `segments` × `tasks` grid (a model's `config.segments` / `config.tasks`)."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
     builder = DeepCoroMini(
         config_name=level, data_dir=str(Path(data_dir).resolve()),
         cache_dir=None if cache_dir is None else str(cache_dir),
         on_missing_file=on_missing_file, on_empty_study=on_empty_study,
+        segments=tuple(segments), tasks=tuple(tasks),
     )
     builder.download_and_prepare()
     if builder.manifest_report is not None and builder.manifest_report.num_skipped:
@@ -238,7 +270,7 @@ Load with `datasets.load_dataset("<this folder or repo>")`; decode with
 `dataset.with_transform(deepcoro_hf.deepcoro_mini.StudyTransform(processor))`.
 
 - Splits are patient-level ({splits}).
-- `labels` is a float32 grid [18 segments × 5 tasks] in the order of `deepcoro_hf.vocabulary.SEGMENT_KEYS` ×
+- `labels` is a float32 grid [segments × tasks], by default the 18 `deepcoro_hf.vocabulary.SEGMENT_KEYS` × the 5
   `SEGMENT_TASKS` (stenosis %, stenosis ≥ 70 %, calcification, CTO, thrombus); NaN means the label is missing.
 - {video_note}
 - No patient names or birth dates are stored; `patient_id` is the dataset's pseudonymous id.
@@ -294,14 +326,23 @@ class StudyTransform:
     """`dataset.with_transform(StudyTransform(processor))`: decode a batch of study (or video) examples into model
     inputs when it is accessed — in DataLoader workers, not up front.
 
-    Returns `pixel_values_videos` `[B, N, T, C, H, W]` + `video_mask` `[B, N]` for studies (`[B, T, C, H, W]` for
-    videos), `labels` `[B, 18, 5]` (NaN = missing), and the `study_id`s. Videos come from `video_bytes` when the
-    example has them (Hub export), else from `video_paths`.
+    Returns `pixel_values_videos` `[B, N, T, C, H, W]` + `video_mask` `[B, N]` for studies and territories
+    (`[B, T, C, H, W]` for videos), `labels` `[B, 18, 5]` (NaN = missing), the `study_id`s, and `index` when the
+    dataset has an `index` column (a tensor, so predictions gathered across processes map back to their rows).
+    Videos come from `video_bytes` when the example has them (Hub export), else from `video_paths` / `video_path`.
+
+    With `text_column` (e.g. `"video_report"` or `"territory_report"`) the processor must be a `DeepCoroProcessor`:
+    the reports are tokenised into `input_ids` / `attention_mask`. `augment=True` applies the processor's training
+    augmentation.
     """
 
-    def __init__(self, processor, labels: bool = True):
+    def __init__(self, processor, labels: bool = True, text_column: str | None = None, augment: bool = False,
+                 max_text_length: int = 512):
         self.processor = processor
         self.labels = labels
+        self.text_column = text_column
+        self.augment = augment
+        self.max_text_length = max_text_length
 
     def __call__(self, batch: dict[str, list]) -> dict[str, Any]:
         if "video_bytes" in batch:
@@ -309,14 +350,20 @@ class StudyTransform:
         else:
             sources = batch["video_paths"] if "video_paths" in batch else batch["video_path"]
         is_study = isinstance(sources[0], (list, tuple))
-        if is_study:
-            encoded = self.processor(studies=[list(s) for s in sources], return_tensors="pt")
-            out = {"pixel_values_videos": encoded["pixel_values_videos"], "video_mask": encoded["video_mask"]}
-        else:
-            encoded = self.processor(videos=list(sources), return_tensors="pt")
-            out = {"pixel_values_videos": encoded["pixel_values_videos"]}
+        inputs = {"studies": [list(s) for s in sources]} if is_study else {"videos": list(sources)}
+        if self.augment:
+            inputs["do_augment"] = True
+        if self.text_column is not None:
+            inputs.update(text=list(batch[self.text_column]), max_length=self.max_text_length)
+        encoded = self.processor(**inputs, return_tensors="pt")
+        keys = ["pixel_values_videos", "video_mask"] if is_study else ["pixel_values_videos"]
+        if self.text_column is not None:
+            keys += ["input_ids", "attention_mask"]
+        out = {key: encoded[key] for key in keys}
         if self.labels:
             out["labels"] = torch.as_tensor(np.asarray(batch["labels"], dtype=np.float32))
+        if "index" in batch:
+            out["index"] = torch.as_tensor(batch["index"])
         out["study_id"] = list(batch["study_id"])
         return out
 

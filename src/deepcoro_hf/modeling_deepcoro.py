@@ -147,16 +147,19 @@ class DeepCoroDropPath(nn.Module):
 
 
 def _split_class_token(tokens: torch.Tensor, thw: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """[..., 1 + t·h·w, C] → class token [..., 1, C] and the grid as [prod(...), C, t, h, w] for 3-D pooling."""
+    """[..., 1 + t·h·w, C] → class token [..., 1, C] and the grid as [prod(...), C, t, h, w] for 3-D pooling.
+
+    Tokens already lie channel-last in memory, so the grid is a channels-last view rather than a copy; oneDNN's
+    channels-last depth-wise convolutions are also markedly faster on CPU, backward pass included."""
     class_token, grid = tokens[..., :1, :], tokens[..., 1:, :]
-    grid = grid.transpose(-1, -2).reshape(-1, grid.shape[-1], *thw)
+    grid = grid.reshape(-1, *thw, grid.shape[-1]).permute(0, 4, 1, 2, 3)
     return class_token, grid
 
 
 def _merge_class_token(class_token: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """Inverse of `_split_class_token` after pooling: the pooled grid goes back to token order behind the class token."""
     lead = class_token.shape[:-2]
-    grid = grid.reshape(*lead, grid.shape[1], -1).transpose(-1, -2)
+    grid = grid.permute(0, 2, 3, 4, 1).reshape(*lead, -1, grid.shape[1])
     return torch.cat((class_token, grid), dim=-2)
 
 

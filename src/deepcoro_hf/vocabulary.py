@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Sequence
 
 Territory = Literal["LCA", "RCA"]
 Dominance = Literal["right", "left", "co"]
@@ -90,6 +90,22 @@ TASK_DISPLAY_NAMES: dict[str, str] = {
     "complete_occlusion": "Complete coronary occlusion",
     "mace_composite": "MACE (composite)",
     "lvef": "LVEF (%)",
+    "lvef_below_40": "LVEF < 40%",
+    "lvef_below_50": "LVEF < 50%",
+}
+
+# Short column headers for tables of predictions (regression in label units, binary tasks as probabilities).
+TASK_COLUMN_NAMES: dict[str, str] = {
+    "stenosis": "Stenosis %",
+    "stenosis_binary": "P(>=70%)",
+    "calcif_binary": "Calcif.",
+    "cto": "CTO",
+    "thrombus": "Thrombus",
+    "urgent_revascularization": "Urgent revasc.",
+    "non_fatal_mi": "Non-fatal MI",
+    "complete_occlusion": "Occlusion",
+    "mace_composite": "MACE",
+    "lvef": "LVEF %",
     "lvef_below_40": "LVEF < 40%",
     "lvef_below_50": "LVEF < 50%",
 }
@@ -245,7 +261,7 @@ def describe_segment(
         name = f"left {name}"
     subject = f"The {name}"
     extras = []
-    if calcification in ("mild", "moderate", "severe"):
+    if calcification in ("mild", "moderate", "severe", PREDICTED_CALCIFICATION):
         extras.append(f"{calcification} calcification")
     if thrombus:
         extras.append("thrombus")
@@ -291,6 +307,81 @@ def build_report(
         )
     dominance_text = {"right": "right dominant", "left": "left dominant", "co": "co-dominant"}[dominance]
     lines.append(f"The coronary circulation is {dominance_text}.")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Report of a model's predictions (the deployment's template-based report)
+# --------------------------------------------------------------------------------------------------------------
+PREDICTED_CALCIFICATION = "moderate or severe"
+"""How a report words a positive `calcif_binary` prediction: the head does not tell moderate from severe."""
+
+SEGMENT_FINDINGS: tuple[str, ...] = tuple(task for task, kind in SEGMENT_TASKS.items() if kind == "binary")
+"""Binary segment tasks; a probability at or above the decision threshold makes a finding in the report."""
+
+
+def describe_predicted_segment(segment: str, predictions: Mapping[str, float], threshold: float) -> str | None:
+    """Report sentence of one segment from a model's outputs, or None when no finding reaches `threshold`.
+
+    `predictions` maps task names to outputs: `stenosis` in % (rounded and clamped to 0-100 for the text), binary tasks
+    as probabilities. E.g. "The mid LAD has a severe stenosis (82%) with thrombus.".
+    """
+    found = {task for task in SEGMENT_FINDINGS if task in predictions and predictions[task] >= threshold}
+    if not found:
+        return None
+    stenosis = predictions.get("stenosis")
+    if stenosis is None and "stenosis_binary" in found and "cto" not in found:
+        # A model without the regression head: only the >= 70 % probability speaks for the stenosis.
+        return f"The {SEGMENT_BY_KEY[segment].name} has a significant stenosis (>= {SIGNIFICANT_STENOSIS:.0f}%)."
+    return describe_segment(
+        segment,
+        None if stenosis is None else min(max(round(float(stenosis)), 0), 100),
+        cto="cto" in found,
+        calcification=PREDICTED_CALCIFICATION if "calcif_binary" in found else None,
+        thrombus="thrombus" in found,
+    )
+
+
+def describe_study_prediction(task: str, value: float, task_type: TaskType, threshold: float) -> str:
+    """Report sentence of a study-level task (MACE, LVEF...), e.g. "LVEF (%): 48.3." or
+    "MACE (composite): probability 0.62 (at or above the threshold 0.50)."."""
+    name = TASK_DISPLAY_NAMES.get(task, task)
+    if task_type == "regression":
+        return f"{name}: {value:.1f}."
+    side = "at or above" if value >= threshold else "below"
+    return f"{name}: probability {value:.2f} ({side} the threshold {threshold:.2f})."
+
+
+def prediction_report(
+    segments: Mapping[str, Mapping[str, float]],
+    threshold: float,
+    study_tasks: Mapping[str, tuple[TaskType, float]] | None = None,
+    views: Sequence[str] = (),
+    not_analysed: Sequence[str] = (),
+) -> str:
+    """The template report of one analysed study, one sentence per line.
+
+    `segments` maps segment keys to their outputs (see `describe_predicted_segment`), in report order; segments with a
+    finding at or above `threshold` get a sentence, the others one closing line. `study_tasks` maps study-level tasks
+    to (type, output). `views` lists the view of each video analysed; `not_analysed` describes the files left out.
+    """
+    lines = []
+    if segments:
+        sentences = [describe_predicted_segment(key, outputs, threshold) for key, outputs in segments.items()]
+        found = [sentence for sentence in sentences if sentence is not None]
+        lines.extend(found)
+        rest = len(segments) - len(found)
+        if not found:
+            lines.append(f"No significant stenosis (no finding reaches P >= {threshold:.2f}).")
+        elif rest:
+            plural = "s" * (rest != 1)
+            lines.append(f"No significant finding in the other {rest} segment{plural} (P < {threshold:.2f}).")
+    for task, (task_type, value) in (study_tasks or {}).items():
+        lines.append(describe_study_prediction(task, value, task_type, threshold))
+    if views:
+        lines.append(f"Views analysed ({len(views)} video{'s' * (len(views) != 1)}): {', '.join(views)}.")
+    if not_analysed:
+        lines.append(f"Files not analysed ({len(not_analysed)}): {', '.join(not_analysed)}.")
     return "\n".join(lines)
 
 
@@ -361,13 +452,16 @@ __all__ = [
     "LABEL_COLUMNS",
     "LVEF_TASKS",
     "MACE_TASKS",
+    "PREDICTED_CALCIFICATION",
     "PROGRESSION_GROUPS",
     "PROMPT_TEMPLATES",
     "SEGMENTS",
     "SEGMENT_BY_KEY",
+    "SEGMENT_FINDINGS",
     "SEGMENT_KEYS",
     "SEGMENT_TASKS",
     "SIGNIFICANT_STENOSIS",
+    "TASK_COLUMN_NAMES",
     "TASK_DISPLAY_NAMES",
     "TERRITORIES",
     "VIEWS",
@@ -376,9 +470,12 @@ __all__ = [
     "build_report",
     "classify_progression",
     "classify_view",
+    "describe_predicted_segment",
     "describe_segment",
+    "describe_study_prediction",
     "head_names",
     "label_column",
+    "prediction_report",
     "segments_for_territory",
     "stenosis_grade",
     "zero_shot_prompts",
