@@ -17,6 +17,7 @@ from .modeling_deepcoro import (
     DeepCoroPreTrainedModel,
     DeepCoroVideoModel,
 )
+from .pipeline_deepcoro import register_pipelines, save_pipeline_folder
 from .processing_deepcoro import DeepCoroProcessor
 from .video_processing_deepcoro import DeepCoroVideoProcessor
 
@@ -39,6 +40,9 @@ DeepCoroForSegmentClassification.register_for_auto_class("AutoModelForVideoClass
 DeepCoroVideoProcessor.register_for_auto_class("AutoVideoProcessor")
 DeepCoroProcessor.register_for_auto_class("AutoProcessor")
 
+# transformers.pipeline tasks (coronary-study-analysis, -zero-shot-classification, -feature-extraction).
+register_pipelines()
+
 __all__ = [
     "DeepCoroClipConfig",
     "DeepCoroClipModel",
@@ -48,4 +52,5 @@ __all__ = [
     "DeepCoroVideoConfig",
     "DeepCoroVideoModel",
     "DeepCoroVideoProcessor",
+    "save_pipeline_folder",
 ]
