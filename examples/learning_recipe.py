@@ -83,17 +83,20 @@ def main() -> int:
                       "--output_dir", str(out / "finetune"), "--model_name_or_path", str(out / "pretrain" / "final_model")])
     step("evaluate", ["evaluate", "--model", str(out / "finetune" / "final_model"), "--data_dir", str(data),
                       "--split", "test", "--output_dir", str(out / "evaluation"), "--cache_dir", str(cache)])
+    step("evaluate_clip", ["evaluate", "--model", str(out / "pretrain" / "final_model"), "--data_dir", str(data),
+                           "--split", "test", "--output_dir", str(out / "clip_evaluation"), "--cache_dir", str(cache)])
 
-    pretrain_eval = [json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
-    last = [r for r in pretrain_eval if "eval_video_to_text_recall@5" in r][-1]
     territories = out / "evaluation" / "table_2_territories.csv"
+    retrieval = pd.read_csv(out / "clip_evaluation" / "extended_table_8_retrieval.csv")
+    recall = retrieval[(retrieval.level == "video-level") & (retrieval.direction == "video_to_text")
+                       & (retrieval.metric == "Recall@5")].iloc[0]
     summary = {
         "studies": args.studies,
         "size": args.size,
         "test_stenosis70_micro_auroc": metric(territories, "Global", "stenosis_binary", "auroc"),
         "test_cto_micro_auroc": metric(territories, "Global", "cto", "auroc"),
-        "test_video_to_text_recall@5": last["eval_video_to_text_recall@5"],
-        "chance_recall@5": last["eval_chance_recall@5"],
+        "test_video_to_text_recall@5": float(recall["value"]),
+        "chance_recall@5": min(5 / float(recall["n_candidates"]), 1.0),  # one matching report among the candidates
         "seconds": timings,
         "total_seconds": round(sum(timings.values()), 1),
     }

@@ -46,6 +46,6 @@ def test_bundled_model_on_fresh_phantoms(tmp_path):
     assert aurocs["cto"] > DEMO_MIN_AUROC["cto"], aurocs
 
 
-# Measured on these 60 phantoms (seed 977): stenosis >= 70 % 0.669, CTO 0.838; seeds 978-980 gave 0.58-0.82 and
-# 0.74-0.84. The bounds leave room for floating-point differences between machines, not for a worse model.
-DEMO_MIN_AUROC = {"stenosis_binary": 0.62, "cto": 0.75}
+# Measured on these 60 phantoms (seed 977): stenosis >= 70 % 0.678, CTO 0.878; seeds 978-980 gave 0.60-0.83 and
+# 0.74-0.82. The bounds leave room for floating-point differences between machines, not for a worse model.
+DEMO_MIN_AUROC = {"stenosis_binary": 0.62, "cto": 0.78}
