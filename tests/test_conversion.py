@@ -569,6 +569,16 @@ def test_pickled_objects_are_refused_unless_allowed(tmp_path, caplog):
     assert "val/auc" in report.dropped[REASON_METRIC]
 
 
+def test_a_file_that_is_no_checkpoint_is_not_called_a_pickle(tmp_path):
+    path = tmp_path / "notes.pt"
+    path.write_text("these are not weights\n")
+    expected = r"notes\.pt is not a .*checkpoint.*expected a file written by torch\.save"
+    with pytest.raises(CheckpointConversionError, match=expected) as caught:
+        convert_original_checkpoint(path, tmp_path / "hf")
+    assert not isinstance(caught.value, PickledCheckpointError)
+    assert not (tmp_path / "hf").exists()
+
+
 def test_cli_reports_errors_in_one_line(tmp_path, tiny_probe_checkpoint, capsys):
     path = _save(tiny_probe_checkpoint, tmp_path / "probe.pt")
     assert cli.main(["convert", path, str(tmp_path / "hf"), "--mean", "110.4955"]) == 1

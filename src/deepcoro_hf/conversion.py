@@ -185,7 +185,13 @@ def load_original_checkpoint(path: str | Path, allow_pickle: bool = False) -> di
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        reason = f"e.g. {found.group(1)}" if found else str(err).splitlines()[0]
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*$", str(err).split("Check the documentation")[0], re.S)
+        reason = f"e.g. {found.group(1)}" if found else " ".join((detail.group(1) if detail else str(err)).split())
+        if not allow_pickle and not found:  # garbage, or a pickle using opcodes the weights-only reader lacks
+            raise CheckpointConversionError(
+                f"{path} is not a checkpoint torch.load(weights_only=True) can read ({reason}); expected a file written "
+                "by torch.save. If it is a pickle from a source you trust, --allow-pickle (allow_pickle=True) reads it"
+            ) from err
         if not allow_pickle:
             raise PickledCheckpointError(
                 f"{path} pickles Python objects besides tensors ({reason}), so it cannot be read as plain weights "
@@ -199,8 +205,8 @@ def load_original_checkpoint(path: str | Path, allow_pickle: bool = False) -> di
             reason,
         )
         checkpoint = _load_or_explain(path, weights_only=False)
-    except (RuntimeError, EOFError, ValueError, OSError) as err:
-        raise CheckpointConversionError(f"{path} is not a readable torch checkpoint: {err}") from err
+    except Exception as err:  # the unpickler fails on arbitrary bytes with any of IndexError, KeyError, EOFError, ...
+        raise _unreadable(path, err) from err
     if not isinstance(checkpoint, dict):
         raise CheckpointConversionError(
             f"{path} holds a {type(checkpoint).__name__}; an original DeepCORO-CLIP checkpoint is a dict "
@@ -213,7 +219,13 @@ def _load_or_explain(path: Path, weights_only: bool) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as err:  # anything the unpickler raises: the file is unusable either way
-        raise CheckpointConversionError(f"{path} is not a readable torch checkpoint: {err}") from err
+        raise _unreadable(path, err) from err
+
+
+def _unreadable(path: Path, err: Exception) -> CheckpointConversionError:
+    return CheckpointConversionError(
+        f"{path} is not a readable torch checkpoint ({type(err).__name__}: {err}); expected a file written by torch.save"
+    )
 
 
 def detect_kind(checkpoint: dict, kind: str = "auto", source: str = "checkpoint") -> str:
