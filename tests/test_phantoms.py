@@ -435,7 +435,7 @@ def tree_digest(root: Path) -> dict[str, str]:
 def test_same_seed_same_bytes(tmp_path):
     options = {"image_size": 64, "frames": (6, 8), "rle_fraction": 0.5}
     first = generate_phantoms(tmp_path / "a", 3, 5, **options)
-    second = generate_phantoms(tmp_path / "b", 3, 5, **options)
+    second = generate_phantoms(tmp_path / "b", 3, 5, workers=2, **options)  # parallel rendering writes the same files
     other = generate_phantoms(tmp_path / "c", 3, 6, **options)
     digest = tree_digest(first.out_dir)
     assert len(digest) == first.num_videos + 2
@@ -500,6 +500,8 @@ def test_typed_errors_name_the_field():
         make_studies(1, 1, frames=(10, 5))
     with pytest.raises(PhantomError, match="frame_index"):
         segment_centerlines(spec_for([]), 16)
+    with pytest.raises(PhantomError, match="workers must be a positive integer"):
+        generate_phantoms("unused", 1, workers=0)
 
 
 def test_vessel_calibre_suits_low_resolution_training():

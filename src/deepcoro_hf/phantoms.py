@@ -26,6 +26,8 @@ import datetime as dt
 import functools
 import logging
 import math
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -1488,6 +1490,15 @@ def video_path(study: StudySpec, video: VideoSpec) -> str:
     return f"dicom/{study.patient_id}/{study.study_uid}/{video.series_uid}.dcm"
 
 
+def _write_study_videos(out_dir: Path, study: StudySpec) -> int:
+    """Render and write every video of a study (each video draws its noise from its own seed, so the bytes do not depend
+    on which process writes it)."""
+    for video in study.videos:
+        pixels = render_video(video, np.random.default_rng(video.noise_seed))
+        write_video_dicom(out_dir / video_path(study, video), study, video, pixels)
+    return len(study.videos)
+
+
 def generate_phantoms(
     out_dir: str | Path,
     num_studies: int,
@@ -1495,18 +1506,34 @@ def generate_phantoms(
     image_size: int = 512,
     frames: tuple[int, int] = (16, 64),
     rle_fraction: float = RLE_FRACTION,
+    workers: int = 1,
 ) -> PhantomManifest:
     """Write `num_studies` phantom studies as XA DICOM plus `studies.csv` and `videos.csv` under `out_dir`.
 
-    The same seed and options give the same bytes. `out_dir` must not already hold a phantom set.
+    The same seed and options give the same bytes, whatever the number of `workers` (processes rendering studies in
+    parallel). `out_dir` must not already hold a phantom set.
     """
     out_dir = Path(out_dir)
     options = _check_options(num_studies, seed, image_size, frames, rle_fraction)
+    if not isinstance(workers, int) or workers < 1:
+        raise PhantomError(f"workers must be a positive integer, got {workers!r}")
     for name in ("studies.csv", "videos.csv", "dicom"):
         if (out_dir / name).exists():
             raise PhantomError(f"{out_dir / name} already exists; write phantoms into an empty directory")
     studies = make_studies(num_studies, options.seed, options.image_size, options.frames, options.rle_fraction)
     out_dir.mkdir(parents=True, exist_ok=True)
+    write = functools.partial(_write_study_videos, out_dir)
+    if workers == 1:
+        written = map(write, studies)
+    else:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        written = pool.map(write, studies, chunksize=max(1, min(8, len(studies) // (4 * workers))))
+    try:
+        for index, count in enumerate(written, 1):
+            logger.info("study %d/%d written (%d videos)", index, len(studies), count)
+    finally:
+        if workers > 1:
+            pool.shutdown(cancel_futures=True)
     study_rows, video_rows = [], []
     for study in studies:
         labels = study.labels
@@ -1524,13 +1551,10 @@ def generate_phantoms(
             }
         )
         for video in study.videos:
-            relative = video_path(study, video)
-            pixels = render_video(video, np.random.default_rng(video.noise_seed))
-            write_video_dicom(out_dir / relative, study, video, pixels)
             video_rows.append(
                 {
                     "study_id": study.study_uid,
-                    "video_path": relative,
+                    "video_path": video_path(study, video),
                     "series_uid": video.series_uid,
                     "sop_uid": video.sop_uid,
                     "territory": video.territory,
@@ -1547,7 +1571,6 @@ def generate_phantoms(
                     "video_report": build_report(labels, study.anatomy.dominance, territory=video.territory),
                 }
             )
-        logger.info("study %d/%d written (%d videos)", len(study_rows), len(studies), len(study.videos))
     studies_csv, videos_csv = out_dir / "studies.csv", out_dir / "videos.csv"
     for path, columns, rows in ((studies_csv, STUDY_COLUMNS, study_rows), (videos_csv, VIDEO_COLUMNS, video_rows)):
         with open(path, "w", newline="", encoding="utf-8") as handle:
@@ -1590,6 +1613,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--frames", type=_frame_range, default=(16, 64), help="frames per video, N or MIN..MAX (default: 16..64)"
     )
     parser.add_argument(
+        "--workers", type=int, default=1, help="processes rendering studies in parallel; same files (default: 1)"
+    )
+    parser.add_argument(
         "--rle-fraction",
         type=float,
         default=RLE_FRACTION,
@@ -1598,7 +1624,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    manifest = generate_phantoms(args.out_dir, args.studies, args.seed, args.size, args.frames, args.rle_fraction)
+    manifest = generate_phantoms(
+        args.out_dir, args.studies, args.seed, args.size, args.frames, args.rle_fraction, workers=args.workers
+    )
     print(
         f"wrote {manifest.num_studies} studies ({manifest.num_videos} videos, {manifest.num_patients} patients) "
         f"to {manifest.out_dir}: {manifest.studies_csv.name}, {manifest.videos_csv.name}"
