@@ -1,8 +1,8 @@
 """Can the learning recipe's video tower see an occlusion at all? Three predictors on the same phantom videos.
 
-Target: a right-coronary video shows a chronic total occlusion (CTO) somewhere in its tree: the vessel beyond it never
-fills, so a large part of the tree is missing — the most conspicuous finding the phantoms draw. Same split, same
-preprocessed clips (4 frames of 128 px, the recipe's processor settings at a smaller size), AUROC on held-out
+Default target: a right-coronary video shows a chronic total occlusion (CTO) somewhere in its tree: the vessel beyond
+it never fills, so a large part of the tree is missing — the most conspicuous finding the phantoms draw. Same split,
+same preprocessed clips (4 frames of 128 px, the recipe's processor settings at a smaller size), AUROC on held-out
 patients (the validation and test splits):
 
 1. vessel area, no training: pixels of thin dark structures (a black top-hat, scipy.ndimage) at the best frame;
